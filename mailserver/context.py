@@ -1,0 +1,33 @@
+"""What every protocol service gets from the process: one object, built once.
+
+``mailserver.service`` builds a ``ServerContext`` from the configuration and
+hands it to ``mailserver.smtp.service.services(ctx)``,
+``mailserver.imap.service.services(ctx)`` and
+``mailserver.pop3.service.services(ctx)``, each returning the Twisted
+``IService`` listeners of that protocol.  Tests build a context on an
+embedded store in a temporary directory with ``ServerContext.for_tests``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailserver.accounts import Authenticator
+    from mailserver.config import Config
+    from mailserver.delivery import Delivery
+    from mailserver.store.interfaces import Storage
+
+
+@dataclass
+class ServerContext:
+    config: Config
+    storage: Storage
+    auth: Authenticator
+    delivery: Delivery
+    #: twisted.internet.ssl.CertificateOptions (server side) or None
+    tls: Any = None
+    reactor: Any = None
+    #: connection accounting shared by all listeners: {ip: count}
+    connections: dict[str, int] = field(default_factory=dict)
