@@ -13,6 +13,7 @@ the ``search_*`` fields are decoded to Unicode for searching.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,6 +88,25 @@ class BodyPart:
                 return v
         return None
 
+    def param(self, name: str) -> str | None:
+        """The first Content-Type parameter ``name`` (any case), or None."""
+        name = name.lower()
+        for k, v in self.params:
+            if k.lower() == name:
+                return v
+        return None
+
+    def walk(self) -> Iterator[BodyPart]:
+        """This entity and everything inside it, depth first (as email's walk()).
+
+        A message/rfc822 part is followed by its enclosed message's body.
+        """
+        yield self
+        for child in self.parts:
+            yield from child.walk()
+        if self.message_body is not None:
+            yield from self.message_body.walk()
+
 
 @dataclass(frozen=True)
 class ParsedMessage:
@@ -108,6 +128,33 @@ class ParsedMessage:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    def part(self, section: Sequence[int]) -> BodyPart | None:
+        """The entity an IMAP section part number names (RFC 3501 6.4.5), or None.
+
+        ``(1, 2)`` is section ``1.2``; ``()`` is the whole message's body.
+        Inside a message/rfc822 part, numbers address the enclosed message's
+        parts (``2.1`` is part 1 of the message in part 2; if the enclosed
+        body is not multipart, ``2.1`` is that body).  A non-multipart
+        message has only part 1, its body.  For ``N.HEADER`` / ``N.TEXT`` of
+        a message/rfc822 part use its ``message_body`` offsets
+        (``header_start..body_start`` / ``body_start..body_end``); ``N.MIME``
+        is the part's own ``header_start..body_start``.
+        """
+        part = self.body
+        for i, n in enumerate(section):
+            if i > 0:
+                if part.message_body is not None:
+                    part = part.message_body
+                elif not part.is_multipart:
+                    return None
+            if part.is_multipart:
+                if not 1 <= n <= len(part.parts):
+                    return None
+                part = part.parts[n - 1]
+            elif n != 1:
+                return None
+        return part
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ParsedMessage:
