@@ -5,7 +5,7 @@ hands it to ``mailserver.smtp.service.services(ctx)``,
 ``mailserver.imap.service.services(ctx)`` and
 ``mailserver.pop3.service.services(ctx)``, each returning the Twisted
 ``IService`` listeners of that protocol.  Tests build a context on an
-embedded store in a temporary directory with ``ServerContext.for_tests``.
+embedded store in a temporary directory with ``tests.support.make_test_context``.
 """
 
 from __future__ import annotations

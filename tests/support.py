@@ -1,0 +1,102 @@
+"""Test support shared by the protocol suites: a full ``ServerContext`` on an
+embedded store in a temporary directory, with port-0 listeners and a
+self-signed certificate.
+
+    ctx = await make_test_context(tmp_path, smtp={"max_errors": 3})
+    await add_test_user(ctx, "alice@example.test", "secret")
+    ...
+    await close_test_context(ctx)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mailserver import tls as tlsmod
+from mailserver.accounts import Authenticator
+from mailserver.config import make_test_config
+from mailserver.context import ServerContext
+from mailserver.delivery import Delivery
+from mailserver.store import open_storage
+from mailserver.store.interfaces import Account
+
+_CERT_DIR: Path | None = None
+
+
+def _certificate() -> tuple[Path, Path]:
+    """One self-signed certificate per test process (RSA keygen is slow)."""
+    global _CERT_DIR
+    if _CERT_DIR is None:
+        _CERT_DIR = Path(tempfile.mkdtemp(prefix="mailserver-test-tls-"))
+        tlsmod.generate_self_signed(
+            _CERT_DIR / "cert.pem", _CERT_DIR / "key.pem", "mail.example.test"
+        )
+    return _CERT_DIR / "cert.pem", _CERT_DIR / "key.pem"
+
+
+def certificate_path() -> str:
+    """The PEM certificate test servers present (for clients that pin it)."""
+    return str(_certificate()[0])
+
+
+async def make_test_context(tmp_path: Path, **overrides: dict[str, Any]) -> ServerContext:
+    """A context on a fresh embedded store under ``tmp_path``.
+
+    ``overrides`` are config section tables (see ``make_test_config``)."""
+    from twisted.internet import reactor
+
+    state = Path(tmp_path) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    cert, key = _certificate()
+    tls_dir = state / "tls"
+    tls_dir.mkdir(exist_ok=True)
+    shutil.copy(cert, tls_dir / "cert.pem")
+    shutil.copy(key, tls_dir / "key.pem")
+    overrides.setdefault("tls", {})
+    overrides["tls"] = {
+        "certificate": str(tls_dir / "cert.pem"),
+        "private_key": str(tls_dir / "key.pem"),
+        **overrides["tls"],
+    }
+    storage_over = overrides.pop("storage", None)
+    storage_table: dict[str, Any] = {"backend": "embedded", "embedded": {"path": str(state / "data")}}
+    if storage_over:
+        storage_table.update(storage_over)
+    config = make_test_config(state, storage=storage_table, **overrides)
+    storage = await open_storage(config.raw_section("storage"))
+    auth = Authenticator.from_config(storage.accounts, config, clock=reactor)
+    ctx = ServerContext(
+        config=config,
+        storage=storage,
+        auth=auth,
+        delivery=None,  # type: ignore[arg-type]
+        tls=tlsmod.server_options(tls_dir / "cert.pem", tls_dir / "key.pem"),
+        reactor=reactor,
+    )
+    ctx.delivery = Delivery(ctx)
+    return ctx
+
+
+async def add_test_user(
+    ctx: ServerContext, address: str, password: str, **kw: Any
+) -> Account:
+    """Create an account (INBOX and special-use mailboxes included).
+
+    bcrypt with few rounds keeps tests fast; login still goes through the
+    configured CryptContext, which verifies any scheme it knows."""
+    from passlib.hash import bcrypt
+
+    return await ctx.storage.accounts.create_account(
+        address, bcrypt.using(rounds=4).hash(password), **kw
+    )
+
+
+async def close_test_context(ctx: ServerContext) -> None:
+    """Close the queue (if opened) and the store."""
+    queue = getattr(ctx.delivery, "_queue", None)
+    if queue is not None and hasattr(queue, "close"):
+        await queue.close()
+    await ctx.storage.close()
