@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor
 from mailserver.accounts import Authenticator
 from mailserver.config import make_test_config
 from mailserver.context import ServerContext
+from mailserver.delivery import Delivery
 from mailserver.imap.session import ImapSession
 from mailserver.store import open_storage
 
@@ -169,7 +170,9 @@ async def make_unit_context(tmp_path: Any, **overrides: Any) -> ServerContext:
         {"backend": "embedded", "embedded": {"path": str(tmp_path / "store")}}
     )
     auth = Authenticator.from_config(storage.accounts, config)
-    return ServerContext(config=config, storage=storage, auth=auth, delivery=None)
+    ctx = ServerContext(config=config, storage=storage, auth=auth, delivery=None)  # type: ignore[arg-type]
+    ctx.delivery = Delivery(ctx)
+    return ctx
 
 
 async def add_user(
