@@ -265,6 +265,9 @@ class Authenticator:
                 pass
             except Exception:
                 log.failure("could not store the upgraded hash of {account}", account=name)
+        log.info(
+            "login {account} from {remote_ip}", account=account.address, remote_ip=remote_ip or "-"
+        )
         return account
 
     def _verify_dummy(self, password: str) -> None:
