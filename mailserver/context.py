@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mailserver.listener import ConnectionTable
+
 if TYPE_CHECKING:
     from mailserver.accounts import Authenticator
     from mailserver.config import Config
@@ -29,5 +31,5 @@ class ServerContext:
     #: twisted.internet.ssl.CertificateOptions (server side) or None
     tls: Any = None
     reactor: Any = None
-    #: connection accounting shared by all listeners: {ip: count}
-    connections: dict[str, int] = field(default_factory=dict)
+    #: open sessions per client IP, shared by all listeners (the limits)
+    connections: ConnectionTable = field(default_factory=ConnectionTable)

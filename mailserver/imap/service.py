@@ -1,8 +1,8 @@
 """IMAP listeners: ``imap.listen`` (plain, STARTTLS offered) and
 ``imap.tls_listen`` (implicit TLS, port 993).
 
-``services(ctx)`` returns one ``ImapListener`` per configured address; each
-is a Twisted ``IService`` that listens when started.  ``listener.port`` is
+``services(ctx)`` returns one ``mailserver.listener.Listener`` per configured
+address; each is a Twisted ``IService`` that listens when started.  ``listener.port`` is
 the ``IListeningPort`` while running (tests read the real port from it when
 the config says port 0).
 """
@@ -13,27 +13,21 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import protocol
-from twisted.internet.interfaces import IListeningPort
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python import log
+from twisted.logger import Logger
 
 from mailserver.imap.protocol import ImapProtocol
+from mailserver.listener import Listener, RefuseProtocol
 
-__all__ = ["ImapFactory", "ImapListener", "services"]
+__all__ = ["ImapFactory", "services"]
 
+log = Logger(namespace="mailserver.imap")
 
-class _Refuse(protocol.Protocol):
-    """Says BYE and closes: the connection limits are reached."""
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
-        self.transport.loseConnection()
+_TOO_MANY = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
 
 
 class ImapFactory(protocol.ServerFactory):
-    """Builds ``ImapProtocol`` instances and enforces ``limits.max_connections``
-    and ``limits.max_connections_per_ip`` (shared with the other protocols
-    through ``ctx.connections``)."""
+    """Builds ``ImapProtocol`` instances within the connection limits shared
+    with the other protocols (``ctx.connections``)."""
 
     def __init__(self, ctx: Any, implicit_tls: bool) -> None:
         self.ctx = ctx
@@ -41,16 +35,12 @@ class ImapFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         ip = getattr(addr, "host", "") or ""
-        conns = self.ctx.connections
-        limits = self.ctx.config.limits
-        total = sum(conns.values())
-        if total >= limits.max_connections or conns.get(ip, 0) >= limits.max_connections_per_ip:
-            log.msg(f"imap: refusing {ip}: connection limit")
-            p: protocol.Protocol = _Refuse()
-            p.factory = self
-            return p
-        conns[ip] = conns.get(ip, 0) + 1
-        p = _CountedImapProtocol(self.ctx, self.implicit_tls, ip)
+        p: protocol.Protocol
+        if self.ctx.connections.admit(ip, self.ctx.config.limits):
+            p = _CountedImapProtocol(self.ctx, self.implicit_tls, ip)
+        else:
+            log.info("refusing {ip}: connection limit", ip=ip)
+            p = RefuseProtocol(_TOO_MANY)
         p.factory = self
         return p
 
@@ -61,65 +51,17 @@ class _CountedImapProtocol(ImapProtocol):
         self._counted_ip = ip
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
-        conns = self.ctx.connections
-        left = conns.get(self._counted_ip, 0) - 1
-        if left > 0:
-            conns[self._counted_ip] = left
-        else:
-            conns.pop(self._counted_ip, None)
+        self.ctx.connections.release(self._counted_ip)
         super().connectionLost(reason)
-
-
-class ImapListener(service.Service):
-    """Listens on one address while running."""
-
-    def __init__(self, ctx: Any, host: str, port: int, implicit_tls: bool) -> None:
-        self.ctx = ctx
-        self.host = host
-        self.requested_port = port
-        self.implicit_tls = implicit_tls
-        self.port: IListeningPort | None = None
-        kind = "imaps" if implicit_tls else "imap"
-        self.setName(f"{kind}:{host}:{port}")
-
-    def _reactor(self) -> Any:
-        if self.ctx.reactor is not None:
-            return self.ctx.reactor
-        from twisted.internet import reactor
-
-        return reactor
-
-    def startService(self) -> None:
-        super().startService()
-        factory: protocol.Factory = ImapFactory(self.ctx, self.implicit_tls)
-        if self.implicit_tls:
-            if self.ctx.tls is None:
-                raise RuntimeError("imap.tls_listen is set but no TLS certificate is configured")
-            factory = TLSMemoryBIOFactory(self.ctx.tls, False, factory)
-        self.port = self._reactor().listenTCP(self.requested_port, factory, interface=self.host)
-        log.msg(f"imap: listening on {self.host}:{self.port.getHost().port} ({self.name})")
-
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) actually bound (port 0 resolved); only while running."""
-        if self.port is None:
-            raise RuntimeError("listener is not running")
-        h = self.port.getHost()
-        return h.host, h.port
 
 
 def services(ctx: Any) -> list[service.IService]:
     """The IMAP listeners the configuration asks for."""
-    out: list[service.IService] = []
-    for addr in ctx.config.imap.listen:
-        out.append(ImapListener(ctx, addr.host, addr.port, implicit_tls=False))
-    for addr in ctx.config.imap.tls_listen:
-        out.append(ImapListener(ctx, addr.host, addr.port, implicit_tls=True))
-    return out
+    return [
+        Listener(ctx, kind, a.host, a.port, ImapFactory(ctx, tls), implicit_tls=tls)
+        for kind, tls, addresses in (
+            ("imap", False, ctx.config.imap.listen),
+            ("imaps", True, ctx.config.imap.tls_listen),
+        )
+        for a in addresses
+    ]

@@ -1,7 +1,7 @@
 """POP3 listeners: ``pop3.listen`` (plain, STLS offered; port 110) and
 ``pop3.tls_listen`` (implicit TLS; port 995).
 
-``services(ctx)`` returns one ``POP3Listener`` per configured address; each
+``services(ctx)`` returns one ``mailserver.listener.Listener`` per address; each
 is a Twisted ``IService`` that listens when started.  ``listener.port`` is
 the ``IListeningPort`` while running and ``listener.address`` the bound
 (host, port), so tests can use port 0.
@@ -20,14 +20,15 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import protocol
-from twisted.internet.interfaces import IListeningPort
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python import log
+from twisted.logger import Logger
 
+from mailserver.listener import Listener, RefuseProtocol
 from mailserver.pop3.maildrop import LocalMaildropLocks, MaildropLocks, SizeFixes
 from mailserver.pop3.protocol import AUTOLOGOUT, POP3Protocol
 
-__all__ = ["POP3Factory", "POP3Listener", "locks_for", "services"]
+__all__ = ["POP3Factory", "locks_for", "services"]
+
+log = Logger(namespace="mailserver.pop3")
 
 
 class _Shared:
@@ -61,12 +62,7 @@ def locks_for(ctx: Any) -> MaildropLocks:
     return _shared_for(ctx.storage).locks
 
 
-class _Refuse(protocol.Protocol):
-    """Says -ERR and closes: the connection limits are reached."""
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
-        self.transport.loseConnection()
+_TOO_MANY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
 
 
 class POP3Factory(protocol.ServerFactory):
@@ -84,17 +80,11 @@ class POP3Factory(protocol.ServerFactory):
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         ip = getattr(addr, "host", "") or ""
-        conns = self.ctx.connections
-        limits = self.ctx.config.limits
-        if (
-            sum(conns.values()) >= limits.max_connections
-            or conns.get(ip, 0) >= limits.max_connections_per_ip
-        ):
-            log.msg(f"pop3: refusing {ip}: connection limit")
-            p: protocol.Protocol = _Refuse()
-            p.factory = self
-            return p
-        conns[ip] = conns.get(ip, 0) + 1
+        if not self.ctx.connections.admit(ip, self.ctx.config.limits):
+            log.info("refusing {ip}: connection limit", ip=ip)
+            refused = RefuseProtocol(_TOO_MANY)
+            refused.factory = self
+            return refused
         p = _CountedPOP3Protocol(
             self.ctx,
             self.shared.locks,
@@ -113,80 +103,17 @@ class _CountedPOP3Protocol(POP3Protocol):
     counted_ip = ""
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
-        conns = self.ctx.connections
-        left = conns.get(self.counted_ip, 0) - 1
-        if left > 0:
-            conns[self.counted_ip] = left
-        else:
-            conns.pop(self.counted_ip, None)
+        self.ctx.connections.release(self.counted_ip)
         super().connectionLost(reason)
 
 
-class POP3Listener(service.Service):
-    """Listens on one address while running."""
-
-    def __init__(
-        self, ctx: Any, host: str, port: int, implicit_tls: bool, timeout: float = AUTOLOGOUT
-    ) -> None:
-        self.ctx = ctx
-        self.host = host
-        self.requested_port = port
-        self.implicit_tls = implicit_tls
-        self.timeout = timeout
-        self.port: IListeningPort | None = None
-        self.factory: POP3Factory | None = None
-        kind = "pop3s" if implicit_tls else "pop3"
-        self.setName(f"{kind}:{host}:{port}")
-
-    def _reactor(self) -> Any:
-        if self.ctx.reactor is not None:
-            return self.ctx.reactor
-        from twisted.internet import reactor
-
-        return reactor
-
-    def privilegedStartService(self) -> None:
-        """Bind before privileges are dropped (ports 110 and 995)."""
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        self._listen()
-
-    def _listen(self) -> None:
-        if self.port is not None:
-            return
-        self.factory = POP3Factory(self.ctx, self.implicit_tls, self.timeout)
-        factory: protocol.Factory = self.factory
-        if self.implicit_tls:
-            if self.ctx.tls is None:
-                raise RuntimeError("pop3.tls_listen is set but no TLS certificate is configured")
-            factory = TLSMemoryBIOFactory(self.ctx.tls, False, factory)
-        self.port = self._reactor().listenTCP(self.requested_port, factory, interface=self.host)
-        log.msg(f"pop3: listening on {self.host}:{self.port.getHost().port} ({self.name})")
-
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) actually bound (port 0 resolved); only while running."""
-        if self.port is None:
-            raise RuntimeError("listener is not running")
-        h = self.port.getHost()
-        return h.host, h.port
-
-
-def services(ctx: Any) -> list[service.IService]:
+def services(ctx: Any, timeout: float = AUTOLOGOUT) -> list[service.IService]:
     """The POP3 listeners the configuration asks for."""
-    out: list[service.IService] = []
-    for addr in ctx.config.pop3.listen:
-        out.append(POP3Listener(ctx, addr.host, addr.port, implicit_tls=False))
-    for addr in ctx.config.pop3.tls_listen:
-        out.append(POP3Listener(ctx, addr.host, addr.port, implicit_tls=True))
-    return out
+    return [
+        Listener(ctx, kind, a.host, a.port, POP3Factory(ctx, tls, timeout), implicit_tls=tls)
+        for kind, tls, addresses in (
+            ("pop3", False, ctx.config.pop3.listen),
+            ("pop3s", True, ctx.config.pop3.tls_listen),
+        )
+        for a in addresses
+    ]

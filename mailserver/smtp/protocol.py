@@ -303,11 +303,3 @@ class SMTPProtocol(protocol.Protocol):
             return R.R535_AUTH_FAILED
         self.login = account.address
         return R.R235_AUTH_OK
-
-
-class RefuseProtocol(protocol.Protocol):
-    """Answers 421 4.7.0 and closes: a connection limit is reached."""
-
-    def connectionMade(self) -> None:
-        self.transport.write(R.R421_TOO_MANY_CONN.to_bytes())
-        self.transport.loseConnection()

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest_twisted
 
-from mailserver.pop3.service import POP3Listener, services
+from mailserver.listener import Listener
+from mailserver.pop3.service import services
 from mailserver.store.interfaces import DeliveryTarget, MessageRecord
 from tests.support import add_test_user, close_test_context, make_test_context
 
@@ -36,7 +37,7 @@ class Server:
     """A running POP3 service set on 127.0.0.1."""
 
     ctx: Any
-    listeners: list[POP3Listener]
+    listeners: list[Listener]
 
     @property
     def port(self) -> int:

@@ -40,7 +40,7 @@ class RunningServer:
 
     def port(self, kind: str) -> int:
         for s in self.listeners:
-            if s.kind == kind:
+            if s.factory.kind == kind:
                 return s.address[1]
         raise KeyError(kind)
 
