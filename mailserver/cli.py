@@ -118,6 +118,17 @@ def _react(fn: Callable[[Any], Awaitable[None]]) -> None:
     react(lambda reactor: Deferred.fromCoroutine(wrapper(reactor)))
 
 
+async def _hash(config: Config, password: str) -> str:
+    """Hash with the configured scheme, off the reactor thread."""
+    from mailserver.accounts import hash_password
+    from mailserver.threads import run_blocking
+
+    try:
+        return await run_blocking(hash_password, password, config.accounts.password_scheme)
+    except ValueError as e:
+        raise CliError(f"cannot hash this password: {e}") from None
+
+
 async def _with_storage(config: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
     from mailserver.service import StartupError, open_configured_storage
 
@@ -230,7 +241,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from mailserver.accounts import hash_password
     from mailserver.store.interfaces import AccountExists
 
     config = _load(args)
@@ -240,14 +250,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     _quiet_logging(config)
 
     async def go(reactor: Any) -> None:
-        from mailserver.threads import run_blocking
-
-        try:
-            password_hash = await run_blocking(
-                hash_password, password, config.accounts.password_scheme
-            )
-        except ValueError as e:
-            raise CliError(f"cannot hash this password: {e}") from None
+        password_hash = await _hash(config, password)
 
         async def add(storage: Any) -> None:
             for alias in aliases:
@@ -269,7 +272,6 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
-    from mailserver.accounts import hash_password
     from mailserver.store.interfaces import AccountNotFound
 
     config = _load(args)
@@ -278,14 +280,7 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     _quiet_logging(config)
 
     async def go(reactor: Any) -> None:
-        from mailserver.threads import run_blocking
-
-        try:
-            password_hash = await run_blocking(
-                hash_password, password, config.accounts.password_scheme
-            )
-        except ValueError as e:
-            raise CliError(f"cannot hash this password: {e}") from None
+        password_hash = await _hash(config, password)
 
         async def change(storage: Any) -> None:
             account = await storage.accounts.get_account(address)
