@@ -15,8 +15,10 @@ Design (docs/decisions/0006-cluster-storage.md), in short:
   registers: written ``USING TIMESTAMP value``) is published, so a reader
   never sees a HIGHESTMODSEQ whose rows are not written yet.
 - Within one daemon, operations on a mailbox are serialised by a lock, so
-  its sessions see changes in order.  Across daemons two operations may
-  interleave between allocation and publication; see the decision record.
+  its sessions see changes in order.  Across daemons, the allocating LWT
+  also writes a *pending* row (TTL-bounded) that the operation deletes when
+  done; readers clip UIDNEXT / HIGHESTMODSEQ below the lowest pending one,
+  so another daemon's later UIDs never show before earlier ones exist.
 - Status counters are Cassandra counters; ``repair_counters`` recomputes
   them from the rows when a retried increment made them drift.
 - Search reads the mailbox's content rows and matches exactly (no index
@@ -32,7 +34,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from cassandra import WriteTimeout
-from twisted.internet.defer import DeferredLock, DeferredSemaphore, gatherResults
+from twisted.internet.defer import DeferredLock, DeferredSemaphore, FirstError, gatherResults
+from twisted.python import log
 
 from mailserver.mail.message import ParsedMessage
 from mailserver.store.cassandra.driver import Connection
@@ -59,6 +62,8 @@ from mailserver.store.interfaces import (
 T = TypeVar("T")
 
 DEFAULT_BUCKET_SIZE = 10_000
+#: seconds a crashed operation's pending allocation hides newer changes
+PENDING_TTL = 60
 #: messages per LOGGED batch (keeps batches under Cassandra's size limits)
 BATCH_MESSAGES = 20
 #: parallel reads issued by one call (bounded fan-out)
@@ -114,12 +119,18 @@ STATEMENTS: dict[str, str] = {
     "mbox_delete": "DELETE FROM {ks}.mailboxes WHERE id = ?",
     "alloc_init": "INSERT INTO {ks}.mailbox_alloc (id, uidnext, modseq, recent) "
     "VALUES (?, 1, 1, 1) IF NOT EXISTS",
-    "alloc_get": "SELECT uidnext, modseq, recent FROM {ks}.mailbox_alloc WHERE id = ?",
-    "alloc_cas": "UPDATE {ks}.mailbox_alloc SET uidnext = ?, modseq = ? WHERE id = ? "
-    "IF uidnext = ? AND modseq = ?",
+    "alloc_get": "SELECT uidnext, modseq, recent FROM {ks}.mailbox_alloc WHERE id = ? LIMIT 1",
+    "alloc_cas": "BEGIN BATCH "
+    "UPDATE {ks}.mailbox_alloc SET uidnext = ?, modseq = ? WHERE id = ? "
+    "IF uidnext = ? AND modseq = ? "
+    "INSERT INTO {ks}.mailbox_alloc (id, pending, pending_uid) VALUES (?, ?, ?) "
+    f"USING TTL {PENDING_TTL} "
+    "APPLY BATCH",
+    "pending_list": "SELECT pending, pending_uid FROM {ks}.mailbox_alloc WHERE id = ?",
+    "pending_del": "DELETE FROM {ks}.mailbox_alloc WHERE id = ? AND pending = ?",
     "recent_cas": "UPDATE {ks}.mailbox_alloc SET recent = ? WHERE id = ? "
     "IF recent = ? AND uidnext = ?",
-    "alloc_delete": "DELETE FROM {ks}.mailbox_alloc WHERE id = ? IF EXISTS",
+    "alloc_delete": "DELETE FROM {ks}.mailbox_alloc WHERE id = ?",
     "state_uidnext": "UPDATE {ks}.mailbox_state USING TIMESTAMP ? SET uidnext = ? WHERE id = ?",
     "state_modseq": "UPDATE {ks}.mailbox_state USING TIMESTAMP ? SET highestmodseq = ? "
     "WHERE id = ?",
@@ -261,6 +272,7 @@ class _Alloc:
         self._modseq = modseq
         self.uid_end = uid + n_uids
         self.modseq_end = modseq + n_mod
+        self.pending = modseq  # key of its pending row: MODSEQs above it are its own
         self.d_messages = self.d_unseen = self.d_bytes = 0
 
     def next_uid(self) -> int:
@@ -289,6 +301,7 @@ class CassandraBackend:
         self.bucket_size = bucket_size
         self.locks = _KeyedLocks()
         self._alloc_cache: dict[str, tuple[int, int]] = {}
+        self._owner_cache: dict[str, str] = {}
         self._last_uidvalidity = 0
 
     # -- small helpers --------------------------------------------------------
@@ -314,7 +327,7 @@ class CassandraBackend:
         ds: list[Deferred] = [ensureDeferred(one(a)) for a in items]
         if not ds:
             return []
-        return await gatherResults(ds, consumeErrors=True)
+        return await _gather(ds)
 
     async def run_batches(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Write statements in LOGGED batches of bounded size."""
@@ -340,9 +353,13 @@ class CassandraBackend:
 
     # -- allocation -------------------------------------------------------------
 
-    async def allocate(self, mailbox_id: str, n_uids: int, n_modseqs: int) -> _Alloc:
+    async def allocate(
+        self, mailbox_id: str, n_uids: int, n_modseqs: int, into: list[_Alloc]
+    ) -> _Alloc:
         """Reserve ``n_uids`` UIDs and ``n_modseqs`` MODSEQs with one LWT
-        round (more only under contention).  Raises MailboxNotFound."""
+        round (more only under contention) and append the allocation to
+        ``into``; the caller must ``release`` it when its rows are written
+        (or it failed).  Raises MailboxNotFound."""
         cached = self._alloc_cache.get(mailbox_id)
         if cached is None:
             rows = await self.q("alloc_get", mailbox_id)
@@ -353,7 +370,15 @@ class CassandraBackend:
             uidnext, modseq = cached
             try:
                 rows = await self.q(
-                    "alloc_cas", uidnext + n_uids, modseq + n_modseqs, mailbox_id, uidnext, modseq
+                    "alloc_cas",
+                    uidnext + n_uids,
+                    modseq + n_modseqs,
+                    mailbox_id,
+                    uidnext,
+                    modseq,
+                    mailbox_id,
+                    modseq,
+                    uidnext,
                 )
             except WriteTimeout:
                 # Outcome unknown: forget the guess and re-read; at worst a
@@ -366,13 +391,39 @@ class CassandraBackend:
                 continue
             if _applied(rows):
                 self._alloc_cache[mailbox_id] = (uidnext + n_uids, modseq + n_modseqs)
-                return _Alloc(mailbox_id, uidnext, modseq, n_uids, n_modseqs)
+                alloc = _Alloc(mailbox_id, uidnext, modseq, n_uids, n_modseqs)
+                into.append(alloc)
+                return alloc
             row = rows[0] if rows else {}
             if row.get("uidnext") is None:
                 self._alloc_cache.pop(mailbox_id, None)
                 raise MailboxNotFound(mailbox_id)
             cached = (row["uidnext"], row["modseq"])
         raise RuntimeError(f"UID allocation for {mailbox_id} did not settle")
+
+    async def run_op(self, keys: Iterable[str], fn: Callable[[list[_Alloc]], Awaitable[T]]) -> T:
+        """Run one write operation under the locks of ``keys``; the
+        allocations it makes (``allocate(..., held)``) are released after
+        it, whether it succeeded or failed."""
+
+        async def wrapped() -> T:
+            held: list[_Alloc] = []
+            try:
+                return await fn(held)
+            finally:
+                if held:
+                    await self.release(held)
+
+        return await self.locks.run(keys, wrapped)
+
+    async def release(self, allocs: Iterable[_Alloc]) -> None:
+        """Drop the pending rows of finished (or failed) allocations; one
+        that cannot be dropped expires after PENDING_TTL seconds."""
+        items = list(allocs)
+        try:
+            await self.gather(self.q("pending_del", a.mailbox_id, a.pending) for a in items)
+        except Exception:
+            log.err(None, "could not release pending allocations (they expire by TTL)")
 
     def publish_state(self, alloc: _Alloc, stmts: list[tuple[str, Sequence[Any]]]) -> None:
         """Add the max-register updates of UIDNEXT / HIGHESTMODSEQ."""
@@ -433,11 +484,20 @@ class CassandraBackend:
         return removed
 
     async def state(self, mailbox_id: str) -> tuple[int, int]:
-        """(UIDNEXT, HIGHESTMODSEQ) as published."""
-        rows = await self.q("state_get", mailbox_id)
+        """(UIDNEXT, HIGHESTMODSEQ) as readers may see them: the published
+        max registers, clipped below the lowest allocation still pending."""
+        rows, pending = await _gather(
+            [_d(self.q("state_get", mailbox_id)), _d(self.q("pending_list", mailbox_id))]
+        )
         if not rows or rows[0]["uidnext"] is None:
-            return 1, 1
-        return rows[0]["uidnext"], rows[0]["highestmodseq"] or 1
+            uidnext, highest = 1, 1
+        else:
+            uidnext, highest = rows[0]["uidnext"], rows[0]["highestmodseq"] or 1
+        for p in pending:
+            if p["pending"] is not None:
+                uidnext = min(uidnext, p["pending_uid"])
+                highest = min(highest, p["pending"])
+        return uidnext, highest
 
     async def records_range(
         self, mailbox_id: str, uid_min: int, uid_max: int | None
@@ -468,6 +528,21 @@ class CassandraBackend:
             out.extend(_record(r) for r in rows if r["uid"] in want)
         return out
 
+    async def mailbox_account(self, mailbox_id: str) -> tuple[str, str | None]:
+        """(mailbox id, owning account or None if there is no such mailbox).
+        Cached: a mailbox never changes owner, and a deleted one is caught by
+        the allocation (its ``mailbox_alloc`` row is gone)."""
+        account = self._owner_cache.get(mailbox_id)
+        if account is None:
+            row = await self.mailbox_row(mailbox_id)
+            if row is None:
+                return mailbox_id, None
+            account = row["account"]
+            if len(self._owner_cache) >= 100_000:
+                self._owner_cache.clear()
+            self._owner_cache[mailbox_id] = account
+        return mailbox_id, account
+
     async def mailbox_row(self, mailbox_id: str) -> dict[str, Any] | None:
         rows = await self.q("mbox_get", mailbox_id)
         return rows[0] if rows else None
@@ -477,14 +552,13 @@ class CassandraBackend:
         return rows[0]["id"] if rows else None
 
     async def info(self, mailbox_id: str, subscribed: set[str] | None = None) -> MailboxInfo | None:
-        row, state, counts, alloc = await gatherResults(
+        row, state, counts, alloc = await _gather(
             [
                 _d(self.mailbox_row(mailbox_id)),
                 _d(self.state(mailbox_id)),
                 _d(self.q("counts_get", mailbox_id)),
                 _d(self.q("alloc_get", mailbox_id)),
-            ],
-            consumeErrors=True,
+            ]
         )
         if row is None:
             return None
@@ -541,6 +615,7 @@ class CassandraBackend:
         await self.q("alloc_delete", mailbox_id)
         await self.q("mbox_delete", mailbox_id)
         self._alloc_cache.pop(mailbox_id, None)
+        self._owner_cache.pop(mailbox_id, None)
 
     async def delete_mailbox(self, account: str, name: str, mailbox_id: str) -> None:
         async def work() -> None:
@@ -562,16 +637,38 @@ class CassandraBackend:
         n = sum((c[0]["messages"] or 0) for c in counts if c)
         return used, n
 
-    async def check_quota(self, added: dict[str, int]) -> None:
-        for account, extra in added.items():
-            if extra <= 0:
-                continue
-            rows = await self.q("acct_get", account)
-            limit = (rows[0]["quota_bytes"] or 0) if rows else 0
+    async def quota_limits(self, accounts: Iterable[str]) -> dict[str, int]:
+        """Quota limit of each account (0: unlimited), read in parallel."""
+        names = sorted(set(accounts))
+        rows = await self.gather(self.q("acct_get", a) for a in names)
+        return {
+            a: ((r[0]["quota_bytes"] or 0) if r else 0) for a, r in zip(names, rows, strict=True)
+        }
+
+    async def check_quota(
+        self, added: dict[str, int], limits: dict[str, int] | None = None
+    ) -> None:
+        """QuotaExceeded if adding ``added[account]`` octets goes over a
+        limit; usage is only read for accounts that have one."""
+        wanted = {a: n for a, n in added.items() if n > 0}
+        if limits is None:
+            limits = await self.quota_limits(wanted)
+        for account, extra in wanted.items():
+            limit = limits.get(account, 0)
             if limit > 0:
                 used, _ = await self.account_usage(account)
                 if used + extra > limit:
                     raise QuotaExceeded(f"{account}: {used} + {extra} > {limit} octets")
+
+
+async def _gather(ds: list[Any]) -> list[Any]:
+    """gatherResults, raising the first failure itself (not FirstError), so
+    callers see MailboxNotFound, timeouts &c. as such."""
+    try:
+        return await gatherResults(ds, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise  # not reached
 
 
 def _d(aw: Awaitable[Any]) -> Any:
@@ -849,14 +946,20 @@ class CassandraMessageStore:
         self._b = backend
 
     async def _ensure_content(self, message: StoredMessage) -> None:
-        await self._b.q(
-            "content_insert",
-            message.message_id,
-            message.blob_key,
-            message.size,
-            message.parsed.to_json(),
+        """Write the content row and its blob reference (both idempotent,
+        in parallel)."""
+        await self._b.gather(
+            [
+                self._b.q(
+                    "content_insert",
+                    message.message_id,
+                    message.blob_key,
+                    message.size,
+                    message.parsed.to_json(),
+                ),
+                self._b.q("blobref_add", message.blob_key, message.message_id),
+            ]
         )
-        await self._b.q("blobref_add", message.blob_key, message.message_id)
 
     async def store_message(self, blob_key: str, parsed: ParsedMessage) -> StoredMessage:
         message = StoredMessage(
@@ -873,24 +976,33 @@ class CassandraMessageStore:
         if not targets:
             return []
         added: dict[str, int] = {}
+        owners = await b.gather(b.mailbox_account(mid) for mid in {t.mailbox_id for t in targets})
+        owner = dict(owners)
         for t in targets:
-            row = await b.mailbox_row(t.mailbox_id)
-            if row is None:
+            account = owner[t.mailbox_id]
+            if account is None:
                 raise MailboxNotFound(t.mailbox_id)
-            added[row["account"]] = added.get(row["account"], 0) + message.size
+            added[account] = added.get(account, 0) + message.size
         per_box: dict[str, int] = {}
         for t in targets:
             per_box[t.mailbox_id] = per_box.get(t.mailbox_id, 0) + 1
 
-        async def work() -> list[MessageRecord]:
+        async def work(held: list[_Alloc]) -> list[MessageRecord]:
             # Under the account locks: concurrent deliveries in this daemon
             # cannot both pass the check (across daemons quota is soft by
             # the deliveries in flight; see the decision record).
-            await b.check_quota(added)
-            await self._ensure_content(message)
-            allocs = {}
-            for mid, n in per_box.items():
-                allocs[mid] = await b.allocate(mid, n, n)
+            await b.check_quota(added, limits)
+            # Content row and UID allocations are independent: in parallel.
+            # (If an allocation fails, the content row is an orphan that
+            # garbage collection removes.)
+            mids = list(per_box)
+            done = await b.gather(
+                [
+                    self._ensure_content(message),
+                    *(b.allocate(m, per_box[m], per_box[m], held) for m in mids),
+                ]
+            )
+            allocs = dict(zip(mids, done[1:], strict=True))
             stmts: list[tuple[str, Sequence[Any]]] = []
             out = []
             for t in targets:
@@ -911,7 +1023,8 @@ class CassandraMessageStore:
             await b.apply_counts(allocs.values())
             return out
 
-        records = await b.locks.run([*per_box, *(f"account:{a}" for a in added)], work)
+        limits = await b.quota_limits(added)  # limits change rarely: read before locking
+        records = await b.run_op([*per_box, *(f"account:{a}" for a in added)], work)
         b.publish(per_box)
         return records
 
@@ -952,7 +1065,7 @@ class CassandraMessageStore:
         wanted = list(uids)
         given = normalize_flags(flags)
 
-        async def work() -> list[MessageRecord]:
+        async def work(held: list[_Alloc]) -> list[MessageRecord]:
             changes = []
             for rec in await b.records(mailbox_id, wanted):
                 if unchanged_since is not None and rec.modseq > unchanged_since:
@@ -969,7 +1082,7 @@ class CassandraMessageStore:
                 if await b.mailbox_row(mailbox_id) is None:
                     raise MailboxNotFound(mailbox_id)
                 return []
-            alloc = await b.allocate(mailbox_id, 0, len(changes))
+            alloc = await b.allocate(mailbox_id, 0, len(changes), held)
             stmts: list[tuple[str, Sequence[Any]]] = []
             out = []
             for rec, new in changes:
@@ -992,7 +1105,7 @@ class CassandraMessageStore:
             await b.apply_counts([alloc])
             return out
 
-        records = await b.locks.run([mailbox_id], work)
+        records = await b.run_op([mailbox_id], work)
         if records:
             b.publish([mailbox_id])
         return records
@@ -1001,11 +1114,11 @@ class CassandraMessageStore:
         b = self._b
         wanted = list(uids)
 
-        async def work() -> list[int]:
+        async def work(held: list[_Alloc]) -> list[int]:
             records = await b.records(mailbox_id, wanted)
             if not records:
                 return []
-            alloc = await b.allocate(mailbox_id, 0, len(records))
+            alloc = await b.allocate(mailbox_id, 0, len(records), held)
             stmts: list[tuple[str, Sequence[Any]]] = []
             removed = b.expunge_stmts(alloc, records, stmts)
             b.publish_state(alloc, stmts)
@@ -1013,7 +1126,7 @@ class CassandraMessageStore:
             await b.apply_counts([alloc])
             return removed
 
-        removed = await b.locks.run([mailbox_id], work)
+        removed = await b.run_op([mailbox_id], work)
         if removed:
             b.publish([mailbox_id])
         return removed
@@ -1033,14 +1146,14 @@ class CassandraMessageStore:
         if not records:
             return []
 
-        async def work() -> list[tuple[int, int]]:
+        async def work(held: list[_Alloc]) -> list[tuple[int, int]]:
             recs = await b.records(src_id, [r.uid for r in records])
             if not recs:
                 return []
             if quota_account is not None:
                 await b.check_quota({quota_account: sum(r.size for r in recs)})
-            dst_alloc = await b.allocate(dst_id, len(recs), len(recs))
-            src_alloc = await b.allocate(src_id, 0, len(recs)) if move else None
+            dst_alloc = await b.allocate(dst_id, len(recs), len(recs), held)
+            src_alloc = await b.allocate(src_id, 0, len(recs), held) if move else None
             pairs = []
             # Per chunk, copy and source expunge go in the same logged batch.
             for i in range(0, len(recs), BATCH_MESSAGES):
@@ -1066,7 +1179,7 @@ class CassandraMessageStore:
 
         keys = [dst_id, src_id] if move else [dst_id]
         lock_keys = keys if quota_account is None else [*keys, f"account:{quota_account}"]
-        pairs = await b.locks.run(lock_keys, work)
+        pairs = await b.run_op(lock_keys, work)
         b.publish(keys)
         return pairs
 
