@@ -39,6 +39,8 @@ from twisted.python import log
 
 from mailserver.mail.message import ParsedMessage
 from mailserver.store.cassandra.driver import Connection
+from mailserver.store.common import SEEN as _SEEN
+from mailserver.store.common import flags_after, normalize_flags, normalize_mailbox_name
 from mailserver.store.interfaces import (
     DELIMITER,
     SPECIAL_USE_DEFAULTS,
@@ -68,11 +70,6 @@ PENDING_TTL = 60
 BATCH_MESSAGES = 20
 #: parallel reads issued by one call (bounded fan-out)
 FANOUT = 32
-_MAX_NAME = 1000
-_SEEN = "\\Seen"
-_SYSTEM_FLAGS = {
-    f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
-}
 _SEARCH_FIELDS = {
     "subject": ("search_subject",),
     "from": ("search_from",),
@@ -181,36 +178,6 @@ STATEMENTS: dict[str, str] = {
 
 
 # -- pure helpers ---------------------------------------------------------------
-
-
-def normalize_mailbox_name(name: str) -> str:
-    """Canonical mailbox name (INBOX upper-cased, one trailing delimiter
-    dropped); InvalidMailboxName for empty levels, wildcards, controls."""
-    if not isinstance(name, str):
-        raise InvalidMailboxName(repr(name))
-    if name.endswith(DELIMITER):
-        name = name[:-1]
-    if not name or len(name) > _MAX_NAME:
-        raise InvalidMailboxName(name)
-    if any(c in "*%" or ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise InvalidMailboxName(name)
-    parts = name.split(DELIMITER)
-    if any(p == "" for p in parts):
-        raise InvalidMailboxName(name)
-    if parts[0].upper() == "INBOX":
-        parts[0] = "INBOX"
-    return DELIMITER.join(parts)
-
-
-def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
-    """System flags in canonical case; ``\\Recent`` is never stored."""
-    out = set()
-    for f in flags:
-        low = f.lower()
-        if low == "\\recent":
-            continue
-        out.add(_SYSTEM_FLAGS.get(low, f))
-    return frozenset(out)
 
 
 def _record(row: dict[str, Any]) -> MessageRecord:
@@ -1068,15 +1035,8 @@ class CassandraMessageStore:
         async def work(held: list[_Alloc]) -> list[MessageRecord]:
             changes = []
             for rec in await b.records(mailbox_id, wanted):
-                if unchanged_since is not None and rec.modseq > unchanged_since:
-                    continue
-                if mode is FlagMode.SET:
-                    new = given
-                elif mode is FlagMode.ADD:
-                    new = rec.flags | given
-                else:
-                    new = rec.flags - given
-                if new != rec.flags:
+                new = flags_after(rec.flags, rec.modseq, given, mode, unchanged_since)
+                if new is not None:
                     changes.append((rec, new))
             if not changes:
                 if await b.mailbox_row(mailbox_id) is None:
