@@ -172,7 +172,9 @@ def bench_ours(
                     if not line.startswith("PORT "):
                         raise RuntimeError(f"daemon did not start: {line!r}")
                     port = int(line.split()[1])
+                    cpu0 = _cpu_seconds(proc.pid)
                     accepted, errors, start, end = drive(port, size, n, seconds)
+                    cpu = _cpu_seconds(proc.pid) - cpu0
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -180,10 +182,19 @@ def bench_ours(
             results[(size, n)] = rate
             print(
                 f"  ours     {size:5d} KB x {n:2d} sessions: {accepted:6d} msgs "
-                f"{rate:8.1f} msg/s  {rate * size / 1024:7.1f} MB/s  errors={errors}",
+                f"{rate:8.1f} msg/s  {rate * size / 1024:7.1f} MB/s  errors={errors}  "
+                f"server CPU {1000 * cpu / max(1, accepted):6.2f} ms/msg",
                 flush=True,
             )
     return results
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far:
+    unlike msg/s it hardly moves when other work shares the machine."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_postfix(

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailserver.filters import FilterChain, FilterInput, Verdict
@@ -170,13 +171,22 @@ class Delivery:
 
     async def ingest(self, raw: bytes) -> StoredMessage:
         """Parse, store the blob durably and record the content; the message
-        is in no mailbox yet (``storage.messages.deliver`` puts it there)."""
+        is in no mailbox yet (``storage.messages.deliver`` puts it there).
+
+        Parsing (CPU) and the blob write (hash, write, fsyncs) run at the
+        same time: the blob key depends only on the bytes.
+        """
         raw = bytes(raw)
-        if len(raw) > _PARSE_INLINE_LIMIT:
-            parsed = await run_blocking(parse_message, raw)
-        else:
-            parsed = parse_message(raw)
-        key = await self.storage.blobs.put(raw)
+        put = defer.ensureDeferred(self.storage.blobs.put(raw))
+        try:
+            if len(raw) > _PARSE_INLINE_LIMIT:
+                parsed = await run_blocking(parse_message, raw)
+            else:
+                parsed = parse_message(raw)
+        except BaseException:
+            put.addErrback(lambda _f: None)  # the parse error is what we report
+            raise
+        key = await put
         return await self.storage.messages.store_message(key, parsed)
 
     def received_header(self, envelope: Envelope, queue_id: str) -> bytes:
@@ -272,10 +282,23 @@ class Delivery:
         if local:
             return_path = f"Return-Path: <{envelope.sender}>\r\n".encode("utf-8", "replace")
             try:
-                stored = await self.ingest(return_path + received + added + raw)
+                # The INBOX look-ups overlap the parse and the blob write.
+                inboxes = defer.gatherResults(
+                    [
+                        defer.ensureDeferred(self.storage.mailboxes.get_mailbox(a, "INBOX"))
+                        for a in local
+                    ],
+                    consumeErrors=True,
+                )
+                ingest = defer.ensureDeferred(self.ingest(return_path + received + added + raw))
+                try:
+                    found = await inboxes
+                except defer.FirstError as e:
+                    ingest.addErrback(lambda _f: None)
+                    e.subFailure.raiseException()
+                stored = await ingest
                 targets = []
-                for account in local:
-                    inbox = await self.storage.mailboxes.get_mailbox(account, "INBOX")
+                for account, inbox in zip(local, found, strict=True):
                     if inbox is None:
                         raise LookupError(f"{account} has no INBOX")
                     targets.append(DeliveryTarget(inbox.id))

@@ -76,7 +76,8 @@ def decode_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
     UTF-16 can produce them), so it always encodes to UTF-8.
     """
     text, defect = _decode_text(data, charset)
-    if _SURROGATE.search(text):
+    # isascii() is O(1) on str; an ASCII text has no surrogates to scan for.
+    if not text.isascii() and _SURROGATE.search(text):
         text = _SURROGATE.sub("\ufffd", text)
         defect = defect or f"invalid text in charset {charset[:40]!r}"
     return text, defect

@@ -709,13 +709,15 @@ class SMTPServer:
             return self._finish_data()
         idx = buf.find(b"\r\n.\r\n")
         if idx >= 0:
-            chunk = bytes(buf[: idx + 2])
+            with memoryview(buf) as view:
+                chunk = bytes(view[: idx + 2])
             del buf[: idx + 5]
             self._feed_data(chunk)
             return self._finish_data()
         last = buf.rfind(b"\r\n")
         if last >= 0:
-            chunk = bytes(buf[: last + 2])
+            with memoryview(buf) as view:
+                chunk = bytes(view[: last + 2])
             del buf[: last + 2]
             self._feed_data(chunk)
             return NEED_DATA
@@ -743,9 +745,7 @@ class SMTPServer:
         if chunk.count(b"\n") != chunk.count(b"\r\n") or chunk.count(b"\r") != chunk.count(b"\n"):
             self._set_data_error(R.R550_BARE_CR_LF)
             return
-        if len(chunk) > self.limits.max_line_length - 2 and (
-            max(map(len, chunk.split(b"\r\n"))) > self.limits.max_line_length - 2
-        ):
+        if _has_long_line(chunk, self.limits.max_line_length - 2):
             self._set_data_error(R.R500_DATA_LINE_TOO_LONG)
             return
         if self._data_size > self.limits.max_message_size:
@@ -798,9 +798,7 @@ class SMTPServer:
         if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\n"):
             self._reset_transaction()
             return self._error(R.R550_BARE_CR_LF)
-        if len(data) > self.limits.max_line_length - 2 and (
-            max(map(len, data.split(b"\r\n"))) > self.limits.max_line_length - 2
-        ):
+        if _has_long_line(data, self.limits.max_line_length - 2):
             self._reset_transaction()
             return self._error(R.R500_DATA_LINE_TOO_LONG)
         return DataComplete(data, self.transaction, bdat=True)
@@ -827,6 +825,24 @@ class SMTPServer:
         self._data_error = None
         if self.phase in (Phase.MAIL, Phase.RCPT, Phase.BDAT):
             self.phase = Phase.READY
+
+
+def _has_long_line(data: bytes, limit: int) -> bool:
+    """Is some line of ``data`` (split at CRLF) longer than ``limit``?
+
+    ``data`` has no bare CR or LF (checked first), so a line starting at
+    ``p`` is short exactly when an LF lies in ``data[p : p + limit + 2]``.
+    Jumping to the last LF of each such window costs a few C searches per
+    kilobyte instead of one bytes object per line.
+    """
+    n = len(data)
+    p = 0
+    while n - p > limit:
+        nl = data.rfind(b"\n", p, p + limit + 2)
+        if nl < 0:
+            return True
+        p = nl + 1
+    return False
 
 
 def _recipient(ev: Rcpt) -> Recipient:

@@ -21,6 +21,7 @@ Design (docs/decisions/0001-embedded-storage.md):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -35,6 +36,8 @@ from twisted.internet import defer
 from twisted.python import failure
 
 from mailserver.mail.message import ParsedMessage
+from mailserver.store.common import SEEN as _SEEN
+from mailserver.store.common import flags_after, normalize_flags, normalize_mailbox_name
 from mailserver.store.files import FileBlobStore, fsync_dir
 from mailserver.store.interfaces import (
     DELIMITER,
@@ -151,11 +154,6 @@ _SEARCH_COLUMNS = {
     "text": ("subject", "from_", "to_", "cc", "bcc", "body"),
 }
 
-_SYSTEM_FLAGS = {
-    f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
-}
-_SEEN = "\\Seen"
-_MAX_NAME = 1000
 _CHUNK = 500  # bound on SQL variables per statement
 
 _MAILBOX_COLS = (
@@ -169,37 +167,14 @@ _RECORD_COLS = "uid, message_id, flags, modseq, internal_date, size"
 # -- small pure helpers -----------------------------------------------------
 
 
-def normalize_mailbox_name(name: str) -> str:
-    """Canonical form of a mailbox name: ``INBOX`` (any case) as first level
-    becomes ``INBOX``; one trailing delimiter is dropped (RFC 3501 CREATE).
-
-    Raises InvalidMailboxName for empty levels, wildcards, control characters
-    and overlong names."""
-    if not isinstance(name, str):
-        raise InvalidMailboxName(repr(name))
-    if name.endswith(DELIMITER):
-        name = name[:-1]
-    if not name or len(name) > _MAX_NAME:
-        raise InvalidMailboxName(name)
-    if any(c in "*%" or ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise InvalidMailboxName(name)
-    parts = name.split(DELIMITER)
-    if any(p == "" for p in parts):
-        raise InvalidMailboxName(name)
-    if parts[0].upper() == "INBOX":
-        parts[0] = "INBOX"
-    return DELIMITER.join(parts)
-
-
-def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
-    """System flags in canonical case; ``\\Recent`` dropped (never stored)."""
-    out = set()
-    for f in flags:
-        low = f.lower()
-        if low == "\\recent":
-            continue
-        out.add(_SYSTEM_FLAGS.get(low, f))
-    return frozenset(out)
+def _content_json(parsed: ParsedMessage) -> str:
+    """``parsed`` as stored in ``content.parsed``: without ``search_body``
+    (up to 256 K characters), which the ``search`` row of the same content
+    holds already and ``get_message`` reads back from there.  Rows written
+    with the text inline still read back unchanged."""
+    if parsed.search_body:
+        parsed = dataclasses.replace(parsed, search_body="")
+    return parsed.to_json()
 
 
 def _flags_text(flags: frozenset[str]) -> str:
@@ -1091,7 +1066,7 @@ class SqliteMessageStore:
                 message.message_id,
                 message.blob_key,
                 message.size,
-                message.parsed.to_json(),
+                _content_json(message.parsed),
                 time.time(),
             ),
         )
@@ -1160,19 +1135,24 @@ class SqliteMessageStore:
         return records
 
     async def get_message(self, message_id: str) -> StoredMessage:
-        def q(conn: sqlite3.Connection) -> tuple[str, int, str] | None:
+        def q(conn: sqlite3.Connection) -> tuple[str, int, str, str | None] | None:
             return conn.execute(
-                "SELECT blob_key, size, parsed FROM content WHERE message_id = ?", (message_id,)
+                "SELECT c.blob_key, c.size, c.parsed, s.body FROM content c "
+                "LEFT JOIN search s ON s.rowid = c.rowid WHERE c.message_id = ?",
+                (message_id,),
             ).fetchone()
 
         row = await self._b.db.read(q)
         if row is None:
             raise KeyError(message_id)
+        parsed = ParsedMessage.from_json(row[2])
+        if not parsed.search_body and row[3]:
+            parsed = dataclasses.replace(parsed, search_body=row[3])
         return StoredMessage(
             message_id=message_id,
             blob_key=row[0],
             size=row[1],
-            parsed=ParsedMessage.from_json(row[2]),
+            parsed=parsed,
         )
 
     async def list_messages(
@@ -1218,15 +1198,8 @@ class SqliteMessageStore:
             alloc = _Allocator(conn, mailbox_id)
             out = []
             for rec in _select_records(conn, mailbox_id, wanted):
-                if unchanged_since is not None and rec.modseq > unchanged_since:
-                    continue
-                if mode is FlagMode.SET:
-                    new = given
-                elif mode is FlagMode.ADD:
-                    new = rec.flags | given
-                else:
-                    new = rec.flags - given
-                if new == rec.flags:
+                new = flags_after(rec.flags, rec.modseq, given, mode, unchanged_since)
+                if new is None:
                     continue
                 modseq = alloc.next_modseq()
                 conn.execute(

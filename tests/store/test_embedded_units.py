@@ -14,6 +14,7 @@ from twisted.python import log as tlog
 
 from mailserver import threads
 from mailserver.store import BACKENDS, open_storage
+from mailserver.store.common import normalize_flags, normalize_mailbox_name
 from mailserver.store.files import FileBlobStore
 from mailserver.store.interfaces import (
     AccountStore,
@@ -24,7 +25,7 @@ from mailserver.store.interfaces import (
     Storage,
 )
 from mailserver.store.notify import LocalNotifier
-from mailserver.store.sqlite import SCHEMA_VERSION, normalize_flags, normalize_mailbox_name
+from mailserver.store.sqlite import SCHEMA_VERSION
 
 
 @pytest_twisted.ensureDeferred
