@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mailserver import tls as tlsmod
 from mailserver.accounts import Authenticator
@@ -42,11 +45,23 @@ def certificate_path() -> str:
     return str(_certificate()[0])
 
 
-async def make_test_context(tmp_path: Path, **overrides: dict[str, Any]) -> ServerContext:
-    """A context on a fresh embedded store under ``tmp_path``.
+#: the storage backends a protocol suite can run on (``backend=`` below)
+BACKENDS = ("embedded", "cluster")
+
+
+async def make_test_context(
+    tmp_path: Path, backend: str = "embedded", **overrides: dict[str, Any]
+) -> ServerContext:
+    """A context on a fresh store: embedded under ``tmp_path``, or cluster
+    (Cassandra + S3 on the test servers, as the storage contract suite's
+    cluster harness opens it: per-session keyspace, tables truncated for this
+    test, its own blob prefix).  Unreachable servers fail the test.
 
     ``overrides`` are config section tables (see ``make_test_config``)."""
     from twisted.internet import reactor
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown test backend {backend!r} (known: {', '.join(BACKENDS)})")
 
     state = Path(tmp_path) / "state"
     state.mkdir(parents=True, exist_ok=True)
@@ -62,11 +77,21 @@ async def make_test_context(tmp_path: Path, **overrides: dict[str, Any]) -> Serv
         **overrides["tls"],
     }
     storage_over = overrides.pop("storage", None)
-    storage_table: dict[str, Any] = {"backend": "embedded", "embedded": {"path": str(state / "data")}}
+    storage_table: dict[str, Any]
+    if backend == "cluster":
+        from tests.cluster.harness import cluster_harness, cluster_storage_table, require_servers
+
+        require_servers()
+        storage_table = cluster_storage_table()
+    else:
+        storage_table = {"backend": "embedded", "embedded": {"path": str(state / "data")}}
     if storage_over:
         storage_table.update(storage_over)
     config = make_test_config(state, storage=storage_table, **overrides)
-    storage = await open_storage(config.raw_section("storage"))
+    if backend == "cluster":
+        storage = await cluster_harness(tmp_path, config.raw_section("storage")).open()
+    else:
+        storage = await open_storage(config.raw_section("storage"))
     auth = Authenticator.from_config(storage.accounts, config, clock=reactor)
     ctx = ServerContext(
         config=config,
@@ -80,9 +105,7 @@ async def make_test_context(tmp_path: Path, **overrides: dict[str, Any]) -> Serv
     return ctx
 
 
-async def add_test_user(
-    ctx: ServerContext, address: str, password: str, **kw: Any
-) -> Account:
+async def add_test_user(ctx: ServerContext, address: str, password: str, **kw: Any) -> Account:
     """Create an account (INBOX and special-use mailboxes included).
 
     bcrypt with few rounds keeps tests fast; login still goes through the
@@ -100,3 +123,20 @@ async def close_test_context(ctx: ServerContext) -> None:
     if queue is not None and hasattr(queue, "close"):
         await queue.close()
     await ctx.storage.close()
+
+
+@pytest.fixture(name="backend")
+def backend_fixture(request: pytest.FixtureRequest) -> str:
+    """The storage backend of the current test: ``embedded`` unless the test
+    is parametrized by ``parametrize_backends`` (import this fixture into a
+    suite's conftest)."""
+    return getattr(request, "param", "embedded")
+
+
+def parametrize_backends(metafunc: pytest.Metafunc, tests: Collection[str]) -> None:
+    """For ``pytest_generate_tests``: run the tests named ``"<file>::<function>"``
+    in ``tests`` on every backend (ids ``[embedded]`` / ``[cluster]``); other
+    tests using the ``backend`` fixture stay embedded."""
+    name = f"{Path(str(metafunc.definition.path)).name}::{metafunc.function.__name__}"
+    if "backend" in metafunc.fixturenames and name in tests:
+        metafunc.parametrize("backend", BACKENDS, indirect=True, ids=BACKENDS)

@@ -124,6 +124,19 @@ class ClusterHarness(StorageHarness):
         return storage
 
 
-def cluster_harness(tmp_path) -> StorageHarness:
+def cluster_storage_table(keyspace: str = KEYSPACE) -> dict[str, Any]:
+    """The ``[storage]`` config table for the test servers with only keys of
+    the config schema (``make_test_config`` validates them; the per-test blob
+    prefix is added by ``cluster_harness``)."""
+    table = cluster_config(keyspace)
+    del table["cassandra"]["bucket_size"]
+    del table["s3"]["prefix"]
+    return table
+
+
+def cluster_harness(tmp_path, config: dict[str, Any] | None = None) -> StorageHarness:
+    """A harness for one test: ``config`` (default ``cluster_config()``) with
+    this test's own blob prefix; tables are truncated on its first open."""
     _state["count"] += 1
-    return ClusterHarness(cluster_config(prefix=f"{_RUN}/t{_state['count']}/"))
+    base = cluster_config() if config is None else config
+    return ClusterHarness({**base, "s3": {**base["s3"], "prefix": f"{_RUN}/t{_state['count']}/"}})

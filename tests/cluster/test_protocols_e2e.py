@@ -1,6 +1,11 @@
 """SMTP delivery, IMAP and POP3 end to end on the cluster backend: the same
 listeners as on the embedded store, no code path special to the backend.
-Real clients (smtplib, imaplib, poplib) over 127.0.0.1 port-0 listeners."""
+Real clients (smtplib, imaplib, poplib) over 127.0.0.1 port-0 listeners.
+
+The per-protocol real-client suites (tests/imap/test_interop.py,
+tests/smtp/test_listeners.py, tests/pop3/test_server.py) run on both backends
+against one node; this one crosses the three protocols on the three-node
+cluster."""
 
 from __future__ import annotations
 
@@ -16,30 +21,9 @@ from twisted.internet import defer, threads
 from mailserver.imap.service import services as imap_services
 from mailserver.pop3.service import services as pop3_services
 from mailserver.smtp.service import services as smtp_services
-from tests.cluster.harness import BUCKET, CASSANDRA, KEYSPACE, S3, S3_KEYS, require_servers
 from tests.support import add_test_user, close_test_context, make_test_context
 
 PW = "cluster pass"
-
-
-def cluster_storage_table() -> dict:
-    """Only keys of the config schema (make_test_config validates them)."""
-    return {
-        "backend": "cluster",
-        "cassandra": {
-            "contact_points": [CASSANDRA[0]],
-            "port": CASSANDRA[1],
-            "keyspace": KEYSPACE,
-            "local_dc": "datacenter1",
-            "replication": {"datacenter1": 1},
-        },
-        "s3": {
-            "endpoint": f"{S3[0]}:{S3[1]}",
-            "access_key": S3_KEYS[0],
-            "secret_key": S3_KEYS[1],
-            "bucket": BUCKET,
-        },
-    }
 
 
 def clients(smtp_port: int, imap_port: int, pop_port: int, user: str) -> dict:
@@ -82,10 +66,9 @@ def clients(smtp_port: int, imap_port: int, pop_port: int, user: str) -> dict:
 
 @pytest_twisted.ensureDeferred
 async def test_smtp_imap_pop3_on_cluster_backend(tmp_path):
-    require_servers()
     ctx = await make_test_context(
         tmp_path,
-        storage=cluster_storage_table(),
+        backend="cluster",
         smtp={"submission_listen": [], "submissions_listen": []},
         imap={"tls_listen": []},
         pop3={"tls_listen": []},

@@ -59,8 +59,8 @@ class Server:
         )
 
 
-async def start_server(tmp_path, **overrides) -> Server:
-    ctx = await make_test_context(tmp_path, **overrides)
+async def start_server(tmp_path, backend: str = "embedded", **overrides) -> Server:
+    ctx = await make_test_context(tmp_path, backend=backend, **overrides)
     await add_test_user(ctx, ALICE, PW)
     listeners = services(ctx)
     assert len(listeners) == 2
@@ -76,8 +76,8 @@ async def stop_server(server: Server) -> None:
 
 
 @pytest_twisted.async_yield_fixture
-async def server(tmp_path):
-    s = await start_server(tmp_path)
+async def server(tmp_path, backend):
+    s = await start_server(tmp_path, backend)
     yield s
     await stop_server(s)
 

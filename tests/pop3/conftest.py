@@ -7,12 +7,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from mailserver.listener import Listener
 from mailserver.pop3.service import services
 from mailserver.store.interfaces import DeliveryTarget, MessageRecord
-from tests.support import add_test_user, close_test_context, make_test_context
+from tests.support import (  # noqa: F401  (backend_fixture: the ``backend`` fixture)
+    add_test_user,
+    backend_fixture,
+    close_test_context,
+    make_test_context,
+    parametrize_backends,
+)
+
+#: poplib tests that run on the embedded and the cluster store (test ids
+#: ``[embedded]`` / ``[cluster]``); the others stay on the embedded store
+ON_EVERY_BACKEND = frozenset(
+    f"test_server.py::{name}"
+    for name in (
+        "test_full_session_every_command",
+        "test_auth_plain",
+        "test_uidl_stable_across_sessions_and_matches_imap",
+        "test_maildrop_lock_in_use_and_released_on_drop",
+        "test_imap_sees_pop3_deletions_as_expunges",
+        "test_message_expunged_by_imap_during_session",
+        "test_bare_lf_message_is_sent_with_crlf",
+        "test_implicit_tls",
+        "test_plaintext_refused_before_stls_then_allowed",
+        "test_retr_marks_seen_once_and_keeps_other_flags",
+        "test_large_message_roundtrip",
+    )
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_backends(metafunc, ON_EVERY_BACKEND)
 
 
 async def make_context(tmp_path: Path, **overrides: Any) -> Any:
@@ -79,9 +109,9 @@ async def stop_server(server: Server) -> None:
 
 
 @pytest_twisted.async_yield_fixture
-async def pop3_server(tmp_path):
+async def pop3_server(tmp_path, backend):
     """Listeners with plaintext auth allowed (poplib tests of every command)."""
-    ctx = await make_context(tmp_path, accounts={"allow_plaintext_auth": True})
+    ctx = await make_context(tmp_path, backend=backend, accounts={"allow_plaintext_auth": True})
     await add_user(ctx, "alice@example.test", "secret")
     server = await start_server(ctx)
     yield server
@@ -89,9 +119,9 @@ async def pop3_server(tmp_path):
 
 
 @pytest_twisted.async_yield_fixture
-async def pop3_tls_server(tmp_path):
+async def pop3_tls_server(tmp_path, backend):
     """Listeners with the default policy: plaintext auth only over TLS."""
-    ctx = await make_context(tmp_path)
+    ctx = await make_context(tmp_path, backend=backend)
     await add_user(ctx, "alice@example.test", "secret")
     server = await start_server(ctx)
     yield server
