@@ -319,6 +319,14 @@ class Delivery:
                 except Exception:
                     log.failure("queue entry {qid} stays held after local delivery", qid=queue_id)
                     return _tempfail()
+        log.info(
+            "message {id} from <{sender}> size {size}: delivered to {local}, queued for {remote}",
+            id=trace_id,
+            sender=envelope.sender,
+            size=len(raw),
+            local=",".join(local) or "-",
+            remote=",".join(remote) or "-",
+        )
         return DeliveryResult(
             True,
             250,

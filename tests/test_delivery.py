@@ -195,3 +195,20 @@ async def test_deleted_recipient_tempfails(ctx) -> None:
         Envelope(sender="a@remote.test", recipients=("gone@example.test",)), RAW
     )
     assert not r.ok and r.code == 451
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_accepted_message_is_logged_for_the_sysadmin(ctx) -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        env = Envelope(sender="a@remote.test", recipients=("bob@example.test",))
+        r = await ctx.delivery.deliver(env, RAW)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert r.ok
+    lines = [formatEvent(e) for e in events if "delivered to" in e.get("log_format", "")]
+    assert len(lines) == 1
+    assert "from <a@remote.test>" in lines[0] and "delivered to bob@example.test" in lines[0]
