@@ -33,3 +33,6 @@ class ServerContext:
     reactor: Any = None
     #: open sessions per client IP, shared by all listeners (the limits)
     connections: ConnectionTable = field(default_factory=ConnectionTable)
+    #: per-protocol state shared by that protocol's listeners (e.g. POP3
+    #: maildrop locks), keyed by protocol name
+    protocol_state: dict[str, Any] = field(default_factory=dict)

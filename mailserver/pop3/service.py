@@ -6,7 +6,7 @@ is a Twisted ``IService`` that listens when started.  ``listener.port`` is
 the ``IListeningPort`` while running and ``listener.address`` the bound
 (host, port), so tests can use port 0.
 
-All listeners of one storage share one maildrop lock table and one size-fix
+All listeners of one process share one maildrop lock table and one size-fix
 memory: a maildrop locked through the plain port is locked on the TLS port
 too.  A storage backend that can lock across daemons offers its own
 ``MaildropLocks`` as ``storage.maildrop_locks`` (the cluster lease); the
@@ -15,7 +15,6 @@ embedded backend gets the in-process table.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from twisted.application import service
@@ -37,29 +36,21 @@ class _Shared:
         self.size_fixes = SizeFixes()
 
 
-_shared: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
-_shared_strong: dict[int, tuple[Any, _Shared]] = {}  # storages without weakref support
-
-
-def _shared_for(storage: Any) -> _Shared:
-    try:
-        shared = _shared.get(storage)
-    except TypeError:
-        entry = _shared_strong.get(id(storage))
-        shared = entry[1] if entry else None
+def _shared_for(ctx: Any) -> _Shared:
+    """The POP3 state all listeners of one process share (kept on the
+    context, so the plain and the TLS port see the same locks)."""
+    shared = ctx.protocol_state.get("pop3")
     if shared is None:
-        locks = getattr(storage, "maildrop_locks", None)
-        shared = _Shared(locks if locks is not None else LocalMaildropLocks())
-        try:
-            _shared[storage] = shared
-        except TypeError:
-            _shared_strong[id(storage)] = (storage, shared)
+        locks = getattr(ctx.storage, "maildrop_locks", None)
+        shared = ctx.protocol_state["pop3"] = _Shared(
+            locks if locks is not None else LocalMaildropLocks()
+        )
     return shared
 
 
 def locks_for(ctx: Any) -> MaildropLocks:
     """The maildrop lock table every POP3 session on ``ctx.storage`` uses."""
-    return _shared_for(ctx.storage).locks
+    return _shared_for(ctx).locks
 
 
 _TOO_MANY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
@@ -74,7 +65,7 @@ class POP3Factory(protocol.ServerFactory):
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.timeout = timeout
-        self.shared = _shared_for(ctx.storage)
+        self.shared = _shared_for(ctx)
         #: Sessions still running (until their ``finished`` fires).
         self.sessions: set[POP3Protocol] = set()
 
