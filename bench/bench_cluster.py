@@ -32,10 +32,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from twisted.internet import defer, task, threads  # noqa: E402
 
-from mailserver.accounts import Authenticator, hash_password  # noqa: E402
+from mailserver.accounts import hash_password  # noqa: E402
 from mailserver.config import make_test_config  # noqa: E402
 from mailserver.context import ServerContext  # noqa: E402
-from mailserver.delivery import Delivery  # noqa: E402
 from mailserver.imap.service import services  # noqa: E402
 from mailserver.store import open_storage  # noqa: E402
 from mailserver.store.interfaces import DeliveryTarget  # noqa: E402
@@ -138,9 +137,7 @@ async def bench_backend(backend: str, opts: argparse.Namespace) -> dict[str, flo
         )
         storage = await open_storage(storage_config(backend, tmp))
         try:
-            auth = Authenticator.from_config(storage.accounts, config)
-            ctx = ServerContext(config=config, storage=storage, auth=auth, delivery=None)
-            ctx.delivery = Delivery(ctx)
+            ctx = ServerContext.build(config, storage)
             user = f"bench{os.getpid()}@example.test"
             await storage.accounts.create_account(user, hash_password(PW, "bcrypt"))
             inbox = await storage.mailboxes.get_mailbox(user, "INBOX")

@@ -30,10 +30,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from twisted.internet import defer, task, threads  # noqa: E402
 
-from mailserver.accounts import Authenticator, hash_password  # noqa: E402
+from mailserver.accounts import hash_password  # noqa: E402
 from mailserver.config import make_test_config  # noqa: E402
 from mailserver.context import ServerContext  # noqa: E402
-from mailserver.delivery import Delivery  # noqa: E402
 from mailserver.imap.commands_mailbox import ingest  # noqa: E402
 from mailserver.imap.service import services  # noqa: E402
 from mailserver.store import open_storage  # noqa: E402
@@ -134,9 +133,7 @@ async def run(reactor: Any, opts: argparse.Namespace) -> None:
         storage = await open_storage(
             {"backend": "embedded", "embedded": {"path": os.path.join(tmp, "store")}}
         )
-        auth = Authenticator.from_config(storage.accounts, config)
-        ctx = ServerContext(config=config, storage=storage, auth=auth, delivery=None)  # type: ignore[arg-type]
-        ctx.delivery = Delivery(ctx)
+        ctx = ServerContext.build(config, storage)
         await storage.accounts.create_account(USER, hash_password(PW, "bcrypt"))
         setup = await populate(ctx, opts.messages, opts.big_mailbox)
         print(

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.threads import deferToThread  # noqa: E402
 
-from mailserver.accounts import Authenticator  # noqa: E402
 from mailserver.config import make_test_config  # noqa: E402
 from mailserver.context import ServerContext  # noqa: E402
 from mailserver.mail.parse import parse_message  # noqa: E402
@@ -117,10 +116,9 @@ async def main(args: argparse.Namespace) -> None:
         storage = await open_storage(
             {"backend": "embedded", "embedded": {"path": str(Path(tmp) / "store")}}
         )
-        auth = Authenticator.from_config(storage.accounts, config)
-        ctx = ServerContext(config=config, storage=storage, auth=auth, delivery=None)
+        ctx = ServerContext.build(config, storage)
         # The configured default (argon2id, tens of ms), as a real account has.
-        await storage.accounts.create_account(USER, await auth.hash(PASSWORD))
+        await storage.accounts.create_account(USER, await ctx.auth.hash(PASSWORD))
         fill_s = await fill(ctx, args.messages)
         opens = []
         for _ in range(args.rounds):
@@ -129,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
             drop.entries()
             opens.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        await auth.authenticate(USER, PASSWORD)
+        await ctx.auth.authenticate(USER, PASSWORD)
         auth_s = time.perf_counter() - t0
         counting = CountingBlobs(storage.blobs)
         storage.blobs = counting  # every body read from now on is counted

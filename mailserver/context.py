@@ -36,3 +36,19 @@ class ServerContext:
     #: per-protocol state shared by that protocol's listeners (e.g. POP3
     #: maildrop locks), keyed by protocol name
     protocol_state: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, config: Config, storage: Storage, *, tls: Any = None, reactor: Any = None
+    ) -> ServerContext:
+        """The context of a process (or test, or benchmark) on ``storage``:
+        the authenticator from ``[accounts]`` and the delivery pipeline."""
+        from mailserver.accounts import Authenticator
+        from mailserver.delivery import Delivery
+
+        if reactor is None:
+            from twisted.internet import reactor
+        auth = Authenticator.from_config(storage.accounts, config, clock=reactor)
+        ctx = cls(config, storage, auth, None, tls, reactor)  # type: ignore[arg-type]
+        ctx.delivery = Delivery(ctx)
+        return ctx

@@ -30,10 +30,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mailserver.accounts import Authenticator
 from mailserver.config import Config
 from mailserver.context import ServerContext
-from mailserver.delivery import Delivery
 from mailserver.store import open_storage
 from mailserver.store.interfaces import StoreError
 from mailserver.tls import TLSError, ensure_certificate, server_options
@@ -294,16 +292,7 @@ async def build_service(config: Config, reactor: Any = None, storage: Any = None
         storage = await open_configured_storage(config)
     inflight = InFlight()
     tracked = TrackedStorage(storage, inflight)
-    auth = Authenticator.from_config(tracked.accounts, config, clock=reactor)
-    ctx = ServerContext(
-        config=config,
-        storage=tracked,
-        auth=auth,
-        delivery=None,  # type: ignore[arg-type]
-        tls=tls,
-        reactor=reactor,
-    )
-    ctx.delivery = Delivery(ctx)
+    ctx = ServerContext.build(config, tracked, tls=tls, reactor=reactor)
     svc = MailService(config, ctx, inflight, reactor)
     if config.storage.gc_interval > 0:
         GarbageCollector(

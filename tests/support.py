@@ -19,10 +19,8 @@ from typing import Any
 import pytest
 
 from mailserver import tls as tlsmod
-from mailserver.accounts import Authenticator
 from mailserver.config import make_test_config
 from mailserver.context import ServerContext
-from mailserver.delivery import Delivery
 from mailserver.store import open_storage
 from mailserver.store.interfaces import Account
 
@@ -92,17 +90,8 @@ async def make_test_context(
         storage = await cluster_harness(tmp_path, config.raw_section("storage")).open()
     else:
         storage = await open_storage(config.raw_section("storage"))
-    auth = Authenticator.from_config(storage.accounts, config, clock=reactor)
-    ctx = ServerContext(
-        config=config,
-        storage=storage,
-        auth=auth,
-        delivery=None,  # type: ignore[arg-type]
-        tls=tlsmod.server_options(tls_dir / "cert.pem", tls_dir / "key.pem"),
-        reactor=reactor,
-    )
-    ctx.delivery = Delivery(ctx)
-    return ctx
+    tls = tlsmod.server_options(tls_dir / "cert.pem", tls_dir / "key.pem")
+    return ServerContext.build(config, storage, tls=tls, reactor=reactor)
 
 
 async def add_test_user(ctx: ServerContext, address: str, password: str, **kw: Any) -> Account:

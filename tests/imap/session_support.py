@@ -14,10 +14,8 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 
-from mailserver.accounts import Authenticator
 from mailserver.config import make_test_config
 from mailserver.context import ServerContext
-from mailserver.delivery import Delivery
 from mailserver.imap.session import ImapSession
 from mailserver.store import open_storage
 
@@ -169,10 +167,7 @@ async def make_unit_context(tmp_path: Any, **overrides: Any) -> ServerContext:
     storage = await open_storage(
         {"backend": "embedded", "embedded": {"path": str(tmp_path / "store")}}
     )
-    auth = Authenticator.from_config(storage.accounts, config)
-    ctx = ServerContext(config=config, storage=storage, auth=auth, delivery=None)  # type: ignore[arg-type]
-    ctx.delivery = Delivery(ctx)
-    return ctx
+    return ServerContext.build(config, storage)
 
 
 async def add_user(
