@@ -28,18 +28,9 @@ HEAP_NEW="${CASSANDRA_HEAP_NEW:-200M}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
-die() {
-    echo "cassandra.sh: $*" >&2
-    exit 1
-}
-
-python_bin() {
-    if [ -x "$ROOT/.venv/bin/python" ]; then
-        echo "$ROOT/.venv/bin/python"
-    else
-        echo python3
-    fi
-}
+PROG=cassandra.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 fetch() {
     if [ -f "$DIST_DIR/.complete" ]; then
@@ -85,19 +76,7 @@ configured_nodes() {
     if [ -f "$BASE/nodes" ]; then cat "$BASE/nodes"; else echo 0; fi
 }
 
-node_pid() {
-    local f
-    f="$(node_dir "$1")/pid"
-    if [ -f "$f" ]; then
-        local pid
-        pid="$(cat "$f")"
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    return 1
-}
+node_pid() { live_pid "$(node_dir "$1")/pid"; }
 
 write_config() {
     local n="$1" total="$2" dir addr seeds
@@ -317,20 +296,7 @@ start() {
     done
 }
 
-stop_node() {
-    local n="$1" sig="${2:-TERM}" pid
-    if pid="$(node_pid "$n")"; then
-        kill -"$sig" "$pid" 2>/dev/null || true
-        local deadline=$(($(date +%s) + 60))
-        while kill -0 "$pid" 2>/dev/null; do
-            if [ "$(date +%s)" -ge "$deadline" ]; then
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
-            sleep 0.2
-        done
-    fi
-    rm -f "$(node_dir "$n")/pid"
-}
+stop_node() { stop_pid_file "$(node_dir "$1")/pid" "${2:-TERM}" 60; }
 
 stop() {
     local have i pid

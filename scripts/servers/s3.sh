@@ -32,14 +32,9 @@ SECRET_KEY="${S3_SECRET_KEY:-mailserver-secret}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 
-die() {
-    echo "s3.sh: $*" >&2
-    exit 1
-}
-
-python_bin() {
-    if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"; else echo python3; fi
-}
+PROG=s3.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 build() {
     if [ -x "$WEED" ] && [ -f "$BUILD_DIR/.version" ] && [ "$(cat "$BUILD_DIR/.version")" = "$SEAWEEDFS_VERSION" ]; then
@@ -77,18 +72,7 @@ build() {
     echo "$SEAWEEDFS_VERSION" >"$BUILD_DIR/.version"
 }
 
-pid_of() {
-    local f="$BASE/$1.pid"
-    if [ -f "$f" ]; then
-        local pid
-        pid="$(cat "$f")"
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    return 1
-}
+pid_of() { live_pid "$BASE/$1.pid"; }
 
 port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -205,18 +189,7 @@ EOF
     echo "s3.sh: SeaweedFS S3 ready on 127.0.0.1:$S3_PORT ($VOLUMES volume servers, replication $repl)" >&2
 }
 
-stop_one() {
-    local name="$1" sig="${2:-TERM}" pid
-    if pid="$(pid_of "$name")"; then
-        kill -"$sig" "$pid" 2>/dev/null || true
-        local deadline=$(($(date +%s) + 30))
-        while kill -0 "$pid" 2>/dev/null; do
-            if [ "$(date +%s)" -ge "$deadline" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-            sleep 0.1
-        done
-    fi
-    rm -f "$BASE/$name.pid"
-}
+stop_one() { stop_pid_file "$BASE/$1.pid" "${2:-TERM}" 30; }
 
 stop() {
     [ -d "$BASE" ] || return 0
