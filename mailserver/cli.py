@@ -129,6 +129,12 @@ async def _hash(config: Config, password: str) -> str:
         raise CliError(f"cannot hash this password: {e}") from None
 
 
+def _run_on_storage(config: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
+    """Run ``fn(storage)`` on the reactor with the configured storage open,
+    then exit (a ``CliError`` becomes a message and exit status 1)."""
+    _react(lambda reactor: _with_storage(config, fn))
+
+
 async def _with_storage(config: Config, fn: Callable[[Any], Awaitable[None]]) -> None:
     from mailserver.service import StartupError, open_configured_storage
 
@@ -208,19 +214,15 @@ def cmd_init_storage(args: argparse.Namespace) -> int:
     config = _load(args)
     _quiet_logging(config)
 
-    async def go(reactor: Any) -> None:
-        async def done(storage: Any) -> None:
-            where = (
-                config.storage.embedded.path
-                if config.storage.backend == "embedded"
-                else f"keyspace {config.storage.cassandra.keyspace}, "
-                f"bucket {config.storage.s3.bucket}"
-            )
-            print(f"storage ready: {config.storage.backend} ({where})")
+    async def done(storage: Any) -> None:
+        where = (
+            config.storage.embedded.path
+            if config.storage.backend == "embedded"
+            else f"keyspace {config.storage.cassandra.keyspace}, bucket {config.storage.s3.bucket}"
+        )
+        print(f"storage ready: {config.storage.backend} ({where})")
 
-        await _with_storage(config, done)
-
-    _react(go)
+    _run_on_storage(config, done)
     return 0  # pragma: no cover - react exits
 
 
@@ -229,14 +231,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     _quiet_logging(config)
     grace = config.storage.gc_grace if args.grace is None else args.grace
 
-    async def go(reactor: Any) -> None:
-        async def collect(storage: Any) -> None:
-            removed = await storage.collect_garbage(grace)
-            print(f"removed {removed} unreferenced message bodies")
+    async def collect(storage: Any) -> None:
+        removed = await storage.collect_garbage(grace)
+        print(f"removed {removed} unreferenced message bodies")
 
-        await _with_storage(config, collect)
-
-    _react(go)
+    _run_on_storage(config, collect)
     return 0  # pragma: no cover
 
 
@@ -249,25 +248,21 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     password = _read_password(args)
     _quiet_logging(config)
 
-    async def go(reactor: Any) -> None:
+    async def add(storage: Any) -> None:
         password_hash = await _hash(config, password)
+        for alias in aliases:
+            other = await storage.accounts.get_account(alias)
+            if other is not None:
+                raise CliError(f"{alias} already belongs to {other.address}")
+        try:
+            await storage.accounts.create_account(
+                address, password_hash, quota_bytes=args.quota, aliases=aliases
+            )
+        except AccountExists:
+            raise CliError(f"account {address} already exists") from None
+        print(f"created {address}")
 
-        async def add(storage: Any) -> None:
-            for alias in aliases:
-                other = await storage.accounts.get_account(alias)
-                if other is not None:
-                    raise CliError(f"{alias} already belongs to {other.address}")
-            try:
-                await storage.accounts.create_account(
-                    address, password_hash, quota_bytes=args.quota, aliases=aliases
-                )
-            except AccountExists:
-                raise CliError(f"account {address} already exists") from None
-            print(f"created {address}")
-
-        await _with_storage(config, add)
-
-    _react(go)
+    _run_on_storage(config, add)
     return 0  # pragma: no cover
 
 
@@ -279,22 +274,18 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     password = _read_password(args)
     _quiet_logging(config)
 
-    async def go(reactor: Any) -> None:
+    async def change(storage: Any) -> None:
         password_hash = await _hash(config, password)
+        account = await storage.accounts.get_account(address)
+        if account is None:
+            raise CliError(f"no such account: {address}")
+        try:
+            await storage.accounts.set_password_hash(account.address, password_hash)
+        except AccountNotFound:
+            raise CliError(f"no such account: {address}") from None
+        print(f"password of {account.address} changed")
 
-        async def change(storage: Any) -> None:
-            account = await storage.accounts.get_account(address)
-            if account is None:
-                raise CliError(f"no such account: {address}")
-            try:
-                await storage.accounts.set_password_hash(account.address, password_hash)
-            except AccountNotFound:
-                raise CliError(f"no such account: {address}") from None
-            print(f"password of {account.address} changed")
-
-        await _with_storage(config, change)
-
-    _react(go)
+    _run_on_storage(config, change)
     return 0  # pragma: no cover
 
 
@@ -309,17 +300,14 @@ def cmd_user_del(args: argparse.Namespace) -> int:
             raise CliError("not confirmed; nothing deleted")
     _quiet_logging(config)
 
-    async def go(reactor: Any) -> None:
-        async def delete(storage: Any) -> None:
-            account = await storage.accounts.get_account(address)
-            if account is None or account.address != address:
-                raise CliError(f"no such account: {address} (aliases are not deleted this way)")
-            await storage.accounts.delete_account(address)
-            print(f"deleted {address}")
+    async def delete(storage: Any) -> None:
+        account = await storage.accounts.get_account(address)
+        if account is None or account.address != address:
+            raise CliError(f"no such account: {address} (aliases are not deleted this way)")
+        await storage.accounts.delete_account(address)
+        print(f"deleted {address}")
 
-        await _with_storage(config, delete)
-
-    _react(go)
+    _run_on_storage(config, delete)
     return 0  # pragma: no cover
 
 
@@ -327,27 +315,24 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     config = _load(args)
     _quiet_logging(config)
 
-    async def go(reactor: Any) -> None:
-        async def show(storage: Any) -> None:
-            rows = []
-            for acct in await storage.accounts.list_accounts():
-                usage = await storage.accounts.quota_usage(acct.address)
-                rows.append(
-                    (
-                        acct.address,
-                        _fmt_size(acct.quota_bytes) if acct.quota_bytes else "unlimited",
-                        _fmt_size(usage.bytes),
-                        usage.messages,
-                        ",".join(acct.aliases) or "-",
-                        "disabled" if acct.disabled else "active",
-                    )
+    async def show(storage: Any) -> None:
+        rows = []
+        for acct in await storage.accounts.list_accounts():
+            usage = await storage.accounts.quota_usage(acct.address)
+            rows.append(
+                (
+                    acct.address,
+                    _fmt_size(acct.quota_bytes) if acct.quota_bytes else "unlimited",
+                    _fmt_size(usage.bytes),
+                    usage.messages,
+                    ",".join(acct.aliases) or "-",
+                    "disabled" if acct.disabled else "active",
                 )
-            header = ("ADDRESS", "QUOTA", "USED", "MESSAGES", "ALIASES", "STATUS")
-            print(_table(rows, header))
+            )
+        header = ("ADDRESS", "QUOTA", "USED", "MESSAGES", "ALIASES", "STATUS")
+        print(_table(rows, header))
 
-        await _with_storage(config, show)
-
-    _react(go)
+    _run_on_storage(config, show)
     return 0  # pragma: no cover
 
 
@@ -356,28 +341,25 @@ def cmd_mailbox_list(args: argparse.Namespace) -> int:
     address = args.user.strip().lower()
     _quiet_logging(config)
 
-    async def go(reactor: Any) -> None:
-        async def show(storage: Any) -> None:
-            account = await storage.accounts.get_account(address)
-            if account is None:
-                raise CliError(f"no such account: {address}")
-            rows = [
-                (
-                    mb.name,
-                    mb.messages,
-                    mb.unseen,
-                    mb.uidvalidity,
-                    mb.uidnext,
-                    mb.special_use or "-",
-                )
-                for mb in await storage.mailboxes.list_mailboxes(account.address)
-            ]
-            header = ("NAME", "MESSAGES", "UNSEEN", "UIDVALIDITY", "UIDNEXT", "SPECIAL-USE")
-            print(_table(rows, header))
+    async def show(storage: Any) -> None:
+        account = await storage.accounts.get_account(address)
+        if account is None:
+            raise CliError(f"no such account: {address}")
+        rows = [
+            (
+                mb.name,
+                mb.messages,
+                mb.unseen,
+                mb.uidvalidity,
+                mb.uidnext,
+                mb.special_use or "-",
+            )
+            for mb in await storage.mailboxes.list_mailboxes(account.address)
+        ]
+        header = ("NAME", "MESSAGES", "UNSEEN", "UIDVALIDITY", "UIDNEXT", "SPECIAL-USE")
+        print(_table(rows, header))
 
-        await _with_storage(config, show)
-
-    _react(go)
+    _run_on_storage(config, show)
     return 0  # pragma: no cover
 
 
