@@ -115,16 +115,7 @@ def expect_args(args: list[Any], n: int, name: str) -> None:
 
 def compact_set(numbers: Iterable[int]) -> str:
     """``1:3,5,7:8`` from numbers (sorted, deduplicated): UIDPLUS sets."""
-    nums = sorted(set(numbers))
-    out: list[str] = []
-    i = 0
-    while i < len(nums):
-        j = i
-        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
-            j += 1
-        out.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
-        i = j + 1
-    return ",".join(out)
+    return ordered_set(sorted(set(numbers)))
 
 
 def ordered_set(numbers: Iterable[int]) -> str:
