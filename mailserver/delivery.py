@@ -52,7 +52,9 @@ log = Logger(namespace="mailserver.delivery")
 
 #: Parse in the thread pool above this size (the parser is linear but a
 #: 35 MB message would hold the reactor for a noticeable time).
-_PARSE_INLINE_LIMIT = 256 * 1024
+#: messages larger than this are scanned and parsed in the thread pool, so
+#: a 35 MB one does not hold the reactor
+INLINE_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class Delivery:
         raw = bytes(raw)
         put = defer.ensureDeferred(self.storage.blobs.put(raw))
         try:
-            if len(raw) > _PARSE_INLINE_LIMIT:
+            if len(raw) > INLINE_LIMIT:
                 parsed = await run_blocking(parse_message, raw)
             else:
                 parsed = parse_message(raw)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from mailserver.delivery import INLINE_LIMIT
 from mailserver.imap import encoder, grammar
 from mailserver.imap.commands_base import AUTH, Bad, CommandSpec, Done, No, command, expect_args
 from mailserver.imap.receiver import Request
@@ -23,6 +24,7 @@ from mailserver.store.interfaces import (
     QuotaExceeded,
     StoredMessage,
 )
+from mailserver.threads import run_blocking
 
 if TYPE_CHECKING:
     from mailserver.imap.session import ImapSession
@@ -380,7 +382,11 @@ def crlf_normalize(raw: bytes) -> bytes:
 
 async def ingest(ctx: Any, raw: bytes) -> StoredMessage:
     """Store an APPENDed message's content durably (blob + content row)."""
-    return await ctx.delivery.ingest(crlf_normalize(raw))
+    if len(raw) > INLINE_LIMIT:
+        raw = await run_blocking(crlf_normalize, raw)
+    else:
+        raw = crlf_normalize(raw)
+    return await ctx.delivery.ingest(raw)
 
 
 @command(COMMANDS, "APPEND", AUTH)
